@@ -144,3 +144,109 @@ def test_hecktor_orientation_keeps_physical_content(tmp_path, orientation, shape
 def test_hecktor_bad_arguments(tmp_path, kwargs):
     with pytest.raises(UserInputError):
         write_hecktor_phantoms(tmp_path, **{"n": 1, "progress": False, **kwargs})
+
+
+# --- CT-RATE chest phantoms ------------------------------------------------------------------------
+
+from unicon_hf.cli import main as cli_main  # noqa: E402
+from unicon_hf.data.phantoms import FINDINGS, RENDERED, REPORT_COLUMNS, write_ct_rate_phantoms  # noqa: E402
+from unicon_hf.data.phantoms._geometry import WorldGrid  # noqa: E402
+from unicon_hf.data.phantoms.chest import render_chest, sample_findings  # noqa: E402
+from unicon_hf.data.phantoms.chest_reports import IMPRESSION, NEGATIVE, NO_FINDINGS_IMPRESSION  # noqa: E402
+
+CHEST = dict(shape=(16, 32, 32), spacing=(10.0, 11.0, 11.0), progress=False)
+
+
+def _read_csv(path):
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        return reader.fieldnames, list(reader)
+
+
+def test_ct_rate_layout_labels_and_reports(tmp_path):
+    root = write_ct_rate_phantoms(tmp_path, n=10, seed=0, split_fraction=0.8, **CHEST)
+    for split, report_name, count in (("train", "train", 8), ("valid", "validation", 2)):
+        columns, reports = _read_csv(root / "radiology_text_reports" / f"{report_name}_reports.csv")
+        assert columns == REPORT_COLUMNS and len(reports) == count
+        label_columns, labels = _read_csv(root / "multi_abnormality_labels" / f"{split}_predicted_labels.csv")
+        assert label_columns == ["VolumeName", *FINDINGS]
+        assert [r["VolumeName"] for r in reports] == [r["VolumeName"] for r in labels]
+        for k, (report, label) in enumerate(zip(reports, labels), start=1):
+            assert report["VolumeName"] == f"{split}_{k}_a_1.nii.gz"
+            path = root / split / f"{split}_{k}" / f"{split}_{k}_a" / report["VolumeName"]
+            assert nib.load(path).shape == (32, 32, 16)[::-1][::-1] or nib.load(path).get_fdata().size == 16 * 32 * 32
+            for finding in FINDINGS:
+                present = label[finding] == "1"
+                assert label[finding] in {"0", "1"}
+                if finding not in RENDERED:
+                    assert not present, finding
+                    continue
+                # The impression names every present finding; a stated negative never contradicts a label.
+                stem = IMPRESSION[finding].split("{")[0].split(".")[0]
+                if present and stem:
+                    assert stem in report["Impressions_EN"], (finding, report["Impressions_EN"])
+                if present:
+                    assert not any(neg in report["Findings_EN"] for neg in NEGATIVE.get(finding, [])), finding
+            if not any(label[f] == "1" for f in FINDINGS):
+                assert report["Impressions_EN"] == NO_FINDINGS_IMPRESSION
+    assert len(set(_read_csv(root / "radiology_text_reports" / "train_reports.csv")[1][0]["Findings_EN"])) > 10
+
+
+def test_ct_rate_nodule_sentence_matches_truth(tmp_path):
+    root = write_ct_rate_phantoms(tmp_path, n=12, seed=1, **CHEST)
+    truth = json.loads((root / "phantom_truth.json").read_text())["cases"]
+    reports = {r["VolumeName"]: r for r in _read_csv(root / "radiology_text_reports" / "train_reports.csv")[1]}
+    reports |= {r["VolumeName"]: r for r in _read_csv(root / "radiology_text_reports" / "validation_reports.csv")[1]}
+    checked = 0
+    for case in truth:
+        nodule = case["findings"].get("Lung nodule")
+        if nodule:
+            assert f"{nodule['size']} mm" in reports[case["VolumeName"]]["Findings_EN"]
+            assert nodule["lobe"] in reports[case["VolumeName"]]["Findings_EN"]
+            checked += 1
+    assert checked >= 1
+
+
+def test_ct_rate_deterministic(tmp_path):
+    a = write_ct_rate_phantoms(tmp_path / "a", n=3, seed=2, **CHEST)
+    b = write_ct_rate_phantoms(tmp_path / "b", n=3, seed=2, **CHEST)
+    c = write_ct_rate_phantoms(tmp_path / "c", n=3, seed=9, **CHEST)
+    assert _files(a) == _files(b)
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in _files(a))
+    assert (a / "radiology_text_reports" / "train_reports.csv").read_bytes() != (c / "radiology_text_reports" / "train_reports.csv").read_bytes()
+
+
+@pytest.mark.parametrize("finding", RENDERED)
+def test_ct_rate_each_rendered_finding_is_visible(finding):
+    """Drawing a finding changes the image clearly (same noise, with vs without that finding)."""
+    grid = WorldGrid((32, 64, 64), (5.0, 5.5, 5.5))
+    rng = np.random.default_rng(0)
+    present = {}
+    while finding not in present:
+        present = sample_findings(rng)
+    without = {k: v for k, v in present.items() if k != finding}
+    with_image = render_chest(present, grid, np.random.default_rng(1))
+    without_image = render_chest(without, grid, np.random.default_rng(1))
+    changed = np.abs(with_image - without_image) > 5 * 15.0  # five CT noise SDs
+    assert changed.sum() >= 3, (finding, int(changed.sum()))
+
+
+def test_ct_rate_orientation(tmp_path):
+    a = write_ct_rate_phantoms(tmp_path / "a", n=1, seed=0, orientation="RAS", **CHEST)
+    b = write_ct_rate_phantoms(tmp_path / "b", n=1, seed=0, orientation="LPI", **CHEST)
+    path = "train/train_1/train_1_a/train_1_a_1.nii.gz"
+    ia, ib = nib.load(a / path), nib.load(b / path)
+    assert "".join(aff2axcodes(ib.affine)) == "LPI"
+    canonical = nib.as_closest_canonical(ib)
+    assert np.array_equal(np.asarray(canonical.dataobj), np.asarray(ia.dataobj))
+    assert np.allclose(canonical.affine, ia.affine)
+
+
+def test_cli_phantoms(tmp_path, capsys):
+    assert cli_main(["phantoms", str(tmp_path / "hk"), "--kind", "hecktor", "--n", "2", "--shape", "24", "24", "24",
+                     "--spacing", "5", "5", "5"]) == 0
+    assert len(list((tmp_path / "hk" / "imagesTr").glob("*.nii.gz"))) == 4
+    assert cli_main(["phantoms", str(tmp_path / "cr"), "--kind", "ct-rate", "--n", "2", "--shape", "16", "32", "32"]) == 0
+    assert (tmp_path / "cr" / "multi_abnormality_labels" / "train_predicted_labels.csv").exists()
+    assert cli_main(["phantoms", str(tmp_path / "bad"), "--kind", "hecktor", "--n", "1", "--orientation", "XYZ"]) == 2
+    assert "orientation" in capsys.readouterr().err
