@@ -30,6 +30,25 @@ class UniconPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     _no_split_modules = ["UniconEncoderLayer", "BertLayer"]
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, but a weight the checkpoint lacks or holds in another shape is an
+        error naming the key instead of a silently random-initialised layer."""
+        return_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        problems = [f"missing weight {key}" for key in sorted(info.get("missing_keys", []))]
+        for mismatch in info.get("mismatched_keys", []):
+            key, found, expected = (mismatch + (None, None))[:3] if isinstance(mismatch, tuple) else (mismatch, None, None)
+            problems.append(f"weight {key} has shape {tuple(found) if found else '?'}, the config needs "
+                            f"{tuple(expected) if expected else '?'}")
+        if problems:
+            source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+            raise UserInputError(
+                f"cannot load {source}: " + "; ".join(problems)
+                + ". The weights file does not match its config.json (was it edited or written by another version?)"
+            )
+        return (model, info) if return_info else model
+
     def _init_weights(self, module):
         config = self.config.vision_config if isinstance(self.config, UniconConfig) else self.config
         std = config.initializer_range
