@@ -35,7 +35,13 @@ class UniconPreTrainedModel(PreTrainedModel):
         """`PreTrainedModel.from_pretrained`, but a weight the checkpoint lacks or holds in another shape is an
         error naming the key instead of a silently random-initialised layer."""
         return_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        # Let transformers report mismatches to us instead of raising its generic message.
+        user_ignores_mismatch = kwargs.pop("ignore_mismatched_sizes", False)
+        model, info = super().from_pretrained(
+            *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+        )
+        if user_ignores_mismatch:
+            info = {**info, "mismatched_keys": []}
         problems = [f"missing weight {key}" for key in sorted(info.get("missing_keys", []))]
         for mismatch in info.get("mismatched_keys", []):
             key, found, expected = (mismatch + (None, None))[:3] if isinstance(mismatch, tuple) else (mismatch, None, None)
