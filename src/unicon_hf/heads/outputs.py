@@ -50,7 +50,8 @@ class SegmentationOutput(ModelOutput):
         logits (`torch.FloatTensor` of shape `(B, num_classes, D, H, W)`): per-voxel class logits
             (class 0 is background).
         dice (`dict[str, float]`, *optional*): per-class Dice with the background excluded. Never filled by
-            `forward`; filled by `segmentation_output_with_dice` for evaluation.
+            `forward`; evaluation code sets it with `output.dice = per_class_dice(output.logits, labels, names)`
+            (`unicon_hf.heads.segmentation.per_class_dice`).
     """
 
     loss: torch.FloatTensor | None = None
