@@ -11,7 +11,13 @@ import pytest
 from nibabel.orientations import aff2axcodes
 from scipy import ndimage
 
-from unicon_hf.data.phantoms import CLINICAL_COLUMNS, write_hecktor_phantoms
+from unicon_hf.cli import main as cli_main
+from unicon_hf.data.phantoms import (
+    CLINICAL_COLUMNS, FINDINGS, RENDERED, REPORT_COLUMNS, write_ct_rate_phantoms, write_hecktor_phantoms,
+)
+from unicon_hf.data.phantoms._geometry import WorldGrid
+from unicon_hf.data.phantoms.chest import render_chest, sample_findings
+from unicon_hf.data.phantoms.chest_reports import IMPRESSION, NEGATIVE, NO_FINDINGS_IMPRESSION
 from unicon_hf.data.phantoms.hecktor import sample_case
 from unicon_hf.errors import UserInputError
 
@@ -148,11 +154,6 @@ def test_hecktor_bad_arguments(tmp_path, kwargs):
 
 # --- CT-RATE chest phantoms ------------------------------------------------------------------------
 
-from unicon_hf.cli import main as cli_main  # noqa: E402
-from unicon_hf.data.phantoms import FINDINGS, RENDERED, REPORT_COLUMNS, write_ct_rate_phantoms  # noqa: E402
-from unicon_hf.data.phantoms._geometry import WorldGrid  # noqa: E402
-from unicon_hf.data.phantoms.chest import render_chest, sample_findings  # noqa: E402
-from unicon_hf.data.phantoms.chest_reports import IMPRESSION, NEGATIVE, NO_FINDINGS_IMPRESSION  # noqa: E402
 
 CHEST = dict(shape=(16, 32, 32), spacing=(10.0, 11.0, 11.0), progress=False)
 
