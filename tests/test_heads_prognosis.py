@@ -7,7 +7,7 @@ from safetensors.torch import load_file, save_file
 from unicon_hf.errors import UserInputError
 from unicon_hf.heads.outputs import PrognosisOutput
 from unicon_hf.heads.prognosis import PrognosisHead, PrognosisHeadConfig
-from unicon_hf.heads.survival import concordance_index
+from unicon_hf.training.metrics import concordance_index
 
 IMG, TXT = 32, 24
 SMALL = {"adapter_hidden_size": 16, "adapter_output_size": 16, "fusion_hidden_sizes": [16, 8], "num_bins": 5, "dropout": 0.0}
@@ -203,5 +203,5 @@ def test_head_learns_risk_from_features(inputs):
     vt, vx, vtime, ve = data(256)
     with torch.no_grad():
         risk = head.eval()(image_tokens=vt, text_hidden=vx).risk
-    c = concordance_index(vtime.numpy(), risk.numpy(), ve.numpy())
+    c = concordance_index(risk.numpy(), vtime.numpy(), ve.numpy())["c_index"]
     assert c > 0.7, f"validation C-index {c:.3f}"

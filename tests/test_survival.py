@@ -1,4 +1,4 @@
-"""Survival losses, curves and C-index: hand-computed tiny cases, censoring behaviour, and a fit."""
+"""Survival losses and curves: hand-computed tiny cases, censoring behaviour, fits on synthetic and real data."""
 
 import math
 
@@ -9,7 +9,6 @@ import torch
 from unicon_hf.errors import UserInputError
 from unicon_hf.heads.survival import (
     breslow_cumulative_baseline_hazard,
-    concordance_index,
     cox_neg_partial_log_likelihood,
     cox_survival,
     deephit_loss,
@@ -21,6 +20,7 @@ from unicon_hf.heads.survival import (
     survival_from_logits,
     time_bins_from_quantiles,
 )
+from unicon_hf.training.metrics import concordance_index as _c_index
 
 EDGES = torch.tensor([1.0, 2.0])  # 3 intervals: [0, 1], (1, 2], (2, inf)
 
@@ -159,14 +159,9 @@ def test_survival_curve_risk_and_rmst():
     assert rmst[0].item() == pytest.approx(0.5 * (1 + 2 / 3) + 0.5 * (2 / 3 + 1 / 3), rel=1e-6)
 
 
-def test_concordance_index_hand_computed():
-    t, e = [1.0, 2.0, 3.0], [1, 1, 0]
-    assert concordance_index(t, [3, 2, 1], e) == 1.0
-    assert concordance_index(t, [1, 2, 3], e) == 0.0
-    assert concordance_index(t, [1, 1, 1], e) == 0.5
-    # comparable pairs: (0,1), (0,2), (1,2); risk orders (0,1) wrongly only
-    assert concordance_index(t, [2, 3, 1], e) == pytest.approx(2 / 3)
-    assert math.isnan(concordance_index(t, [1, 2, 3], [0, 0, 0]))
+def concordance_index(time, risk, event):
+    """The project's Harrell C-index (`unicon_hf.training.metrics`), as a number."""
+    return _c_index(risk, time, event)["c_index"]
 
 
 def _synthetic(n, generator):

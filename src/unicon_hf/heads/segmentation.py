@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 from monai.losses import DiceCELoss
-from monai.metrics import DiceMetric
 from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrPrUpBlock, UnetrUpBlock
 from monai.networks.blocks.dynunet_block import get_conv_layer
 from torch import nn
@@ -260,9 +259,10 @@ class SegmentationDecoder(nn.Module):
 def per_class_dice(logits: torch.Tensor, labels: torch.Tensor, label_names: Sequence[str] | None = None) -> dict[str, float]:
     """Per-class Dice of the argmax prediction, background excluded, averaged over the batch.
 
-    Uses MONAI `DiceMetric(include_background=False)`. A case whose reference has none of a class is
-    skipped for that class (MONAI's `ignore_empty`); a class absent from every reference gives NaN
-    (MONAI's batch reduction would report 0, which reads as a failure rather than "not measurable").
+    Delegates to the project's evaluation metric (`unicon_hf.training.metrics.segmentation_metrics`,
+    MONAI `DiceMetric(include_background=False, ignore_empty=True)`) so training-time and report Dice
+    are one definition: a case whose reference lacks a class is skipped for that class, and a class
+    absent from every reference is NaN (not 0, which would read as a failure).
 
     Args:
         logits: (B, num_classes, D, H, W).
@@ -273,6 +273,9 @@ def per_class_dice(logits: torch.Tensor, labels: torch.Tensor, label_names: Sequ
     Returns:
         {foreground name: Dice in [0, 1] or NaN}. Put it in `SegmentationOutput.dice` for evaluation.
     """
+    # Imported here: training.metrics is evaluation code that heads need only in this helper.
+    from unicon_hf.training.metrics import segmentation_metrics
+
     num_classes = logits.shape[1]
     names = list(label_names) if label_names is not None else [f"class_{i}" for i in range(1, num_classes)]
     if len(names) == num_classes:
@@ -282,11 +285,7 @@ def per_class_dice(logits: torch.Tensor, labels: torch.Tensor, label_names: Sequ
             f"label_names must name the {num_classes - 1} foreground classes (or all {num_classes} with background first); "
             f"got {len(names)}: {names}."
         )
-    target = labels if labels.ndim == 5 else labels[:, None]
-    if tuple(target.shape) != (logits.shape[0], 1, *logits.shape[2:]):
+    target = labels[:, 0] if labels.ndim == 5 else labels
+    if tuple(target.shape) != (logits.shape[0], *logits.shape[2:]):
         raise UserInputError(f"labels shape {tuple(labels.shape)} does not match logits {tuple(logits.shape)} (B, D, H, W).")
-    metric = DiceMetric(include_background=False, reduction="mean_batch", num_classes=num_classes, get_not_nans=True)
-    metric(logits.argmax(dim=1, keepdim=True), target.long())
-    dice, counted = metric.aggregate()
-    dice = torch.where(counted > 0, dice, torch.full_like(dice, float("nan")))
-    return {name: float(v) for name, v in zip(names, dice.tolist())}
+    return segmentation_metrics(logits.argmax(dim=1), target.long(), names, hd95=False)["dice"]

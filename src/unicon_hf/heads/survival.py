@@ -1,4 +1,6 @@
-"""Survival analysis pieces for the prognosis head: time bins, losses, curves, risk, C-index.
+"""Survival analysis pieces for the prognosis head: time bins, losses, curves, risk scores.
+
+The C-index and other survival metrics live in `unicon_hf.training.metrics`.
 
 Discrete-time models (MTLR, DeepHit) split the time axis at `K = num_bins` edges
 `t_1 < ... < t_K` into `K + 1` intervals: interval 0 is `[0, t_1]`, interval `k` is `(t_k, t_{k+1}]`,
@@ -11,14 +13,14 @@ sample is the probability of every interval from the one holding `event_time` on
 MTLR formulation, Yu et al. 2011: the event may still happen later inside that interval); an observed
 event (`event = 1`) contributes the probability of its own interval.
 
-Why hand-written: MONAI has no survival losses; pycox (MTLR/DeepHit) pins old pandas/torchtuples and
-torchsurv (Cox, C-index) has no MTLR or DeepHit, and neither is a project dependency. Each function is
-short and checked against hand-computed values in tests/test_survival.py.
+Why hand-written: MONAI has no survival losses; torchsurv (light: Cox, Weibull, metrics) has no MTLR or
+DeepHit, and pycox has them only inside its own training framework (torchtuples); neither is a project
+dependency. Each function is short and checked against hand-computed values (and, for Cox, a published
+fit on real data) in tests/test_survival.py.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from unicon_hf.errors import UserInputError
@@ -35,7 +37,6 @@ __all__ = [
     "cox_neg_partial_log_likelihood",
     "breslow_cumulative_baseline_hazard",
     "cox_survival",
-    "concordance_index",
 ]
 
 
@@ -264,27 +265,3 @@ def breslow_cumulative_baseline_hazard(log_hz: torch.Tensor, event_time, event, 
 def cox_survival(log_hz: torch.Tensor, baseline_cumulative_hazard: torch.Tensor) -> torch.Tensor:
     """S(t | x) = exp(-H0(t) exp(eta)): (B,) or (B, 1) log-hazards and (M,) H0 values -> (B, M)."""
     return torch.exp(-baseline_cumulative_hazard[None, :] * torch.exp(log_hz.reshape(-1, 1)))
-
-
-def concordance_index(event_time, risk, event) -> float:
-    """Harrell's C-index: the fraction of comparable pairs ordered correctly by `risk` (ties count 1/2).
-
-    A pair (i, j) is comparable when i had the event and `T_i < T_j`, or `T_i == T_j` with j censored;
-    it is concordant when `risk_i > risk_j`. numpy, O(N^2) memory: fine up to ~10^4 samples.
-
-    Returns:
-        float in [0, 1]; NaN when no pair is comparable.
-    """
-    t = np.asarray(event_time, dtype=np.float64).reshape(-1)
-    r = np.asarray(risk, dtype=np.float64).reshape(-1)
-    e = np.asarray(event).astype(bool).reshape(-1)
-    if not (t.shape == r.shape == e.shape):
-        raise UserInputError(
-            f"concordance_index needs event_time, risk and event of the same length; got {t.shape}, {r.shape}, {e.shape}."
-        )
-    comparable = e[:, None] & ((t[:, None] < t[None, :]) | ((t[:, None] == t[None, :]) & ~e[None, :]))
-    n = comparable.sum()
-    if n == 0:
-        return float("nan")
-    score = (r[:, None] > r[None, :]) + 0.5 * (r[:, None] == r[None, :])
-    return float((score * comparable).sum() / n)
