@@ -3,7 +3,8 @@
 After stage s has trained its task, every task learned so far is evaluated and its main metric is
 stored in R[s][t]; R[s][t] is NaN while task t is not yet learned (s < stage of t). From R:
 
-- average performance: mean over tasks of the last row (each task's metric after the final stage);
+- average performance: mean over tasks of the last row (each task's metric after the final stage;
+  higher-is-better metrics only);
 - backward transfer, BWT (Lopez-Paz & Ranzato 2017, GEM): mean over tasks learned *before* the last
   stage of R[last][t] - R[stage of t][t]. Negative = forgetting. A task whose outputs are unchanged
   contributes exactly 0.0 (identical floats subtract to 0), which is what UNICON guarantees; the
@@ -79,15 +80,18 @@ def params_added(before: dict[str, int], after: dict[str, int]) -> dict[str, int
             "bytes": int(after["bytes"] - before["bytes"])}
 
 
-def _nan_to_none(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """Recursively replace NaN by None and numpy scalars by Python numbers (JSON has no NaN)."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_nan_to_none(v) for v in value]
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
     if isinstance(value, np.generic):
-        return _nan_to_none(value.item())
+        return json_safe(value.item())
     return value
 
 
@@ -167,8 +171,13 @@ class ContinualMatrix:
         return {t.name: self._values.get((last, t.name), float("nan")) for t in self.tasks}
 
     def average_performance(self) -> float:
-        """Mean of the last row over tasks evaluated there (NaN if none)."""
-        values = [v for v in self.final_performance().values() if not math.isnan(v)]
+        """Mean of the last row over tasks evaluated there (NaN if none).
+
+        Only higher-is-better metrics enter the mean: averaging a distance (HD95) with scores in
+        [0, 1] would mean nothing.
+        """
+        better = {t.name for t in self.tasks if t.higher_is_better}
+        values = [v for k, v in self.final_performance().items() if k in better and not math.isnan(v)]
         return float(np.mean(values)) if values else float("nan")
 
     def bwt_per_task(self) -> dict[str, float]:
@@ -233,7 +242,7 @@ class ContinualMatrix:
             "seconds": [s.seconds for s in self.stages],
             "details": details,
         }
-        return _nan_to_none(out)
+        return json_safe(out)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ContinualMatrix:
