@@ -245,3 +245,34 @@ def test_real_chest_ct_mask_round_trip_exact():
     mask = np.asarray(original.dataobj)
     assert np.array_equal(np.asarray(back.dataobj), mask)
     assert len(np.unique(mask)) > 50  # a real multi-structure mask, not a trivial one
+
+
+# --------------------------------------------------------------------------------------------- UniconProcessor
+def test_unicon_processor_volumes_text_ehr_and_offline_round_trip(tmp_path):
+    from unicon_hf.data.ehr_report import ehr_to_report
+    from unicon_hf.data.tokenizer import default_tokenizer
+    from unicon_hf.processing_unicon import UniconProcessor
+
+    image_processor = UniconImageProcessor(target_spacing=(2.0, 2.0, 2.0), output_size=(8, 8, 8))
+    processor = UniconProcessor(image_processor, default_tokenizer(), max_length=48)
+    ct_path, label_path = write_case(tmp_path, "p", (16, 18, 12), "LPS", (1.0, 1.0, 2.0))
+    record = {"PatientID": "CHUM-001", "Age": 61, "Gender": "M", "T-stage": "T2", "N-stage": "N1",
+              "HPV status (0=-, 1=+)": 1, "Relapse": 1, "RFS": 400}
+    out = processor(ct=str(ct_path), label=str(label_path), ehr=[record])
+    assert out["pixel_values"].shape == (1, 1, 8, 8, 8) and out["labels"].shape == (1, 8, 8, 8)
+    assert out["text"] == [ehr_to_report(record)]
+    assert out["input_ids"].shape[0] == 1 and out["input_ids"].shape[1] <= 48
+    assert out["attention_mask"].shape == out["input_ids"].shape
+
+    processor.save_pretrained(tmp_path / "saved")
+    loaded = UniconProcessor.from_pretrained(tmp_path / "saved")
+    assert loaded.image_processor.to_dict() == image_processor.to_dict() and loaded.max_length == 48
+    text = "Lung nodule is present."
+    assert torch.equal(loaded(text=text)["input_ids"], processor(text=text)["input_ids"])
+    again = loaded(ct=str(ct_path), label=str(label_path))
+    assert torch.equal(again["pixel_values"], out["pixel_values"])
+
+    with pytest.raises(UserInputError, match="either text"):
+        processor(text="a", ehr=record)
+    with pytest.raises(UserInputError, match="need their CT"):
+        processor(label=str(label_path))
