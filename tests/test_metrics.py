@@ -113,7 +113,7 @@ def test_prognosis_metrics_on_real_larynx_data():
     """lifelines' larynx table (real patients): stage must predict survival (C-index > 0.5)."""
     import csv
 
-    from tests.realdata import lifelines_larynx_csv
+    from realdata import lifelines_larynx_csv
 
     rows = list(csv.DictReader(open(lifelines_larynx_csv())))
     time = np.array([float(r["time"]) for r in rows])
