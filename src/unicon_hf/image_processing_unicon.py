@@ -202,7 +202,7 @@ class UniconImageProcessor(BaseImageProcessor):
         if pet_volume is not None:
             geometry.check_same_space(ct_volume, pet_volume, self.pet_ct_tolerance_mm)
         if label_volume is not None:
-            self._check_label_grid(ct_volume, label_volume)
+            geometry.check_label_grid(ct_volume, label_volume)
 
         array, affine, orientation = geometry.reorient(ct_volume.array, ct_volume.affine, self.axcodes)
         shape, resampled_affine, scale, shift = geometry.target_grid(array.shape, affine, self.target_spacing)
@@ -250,19 +250,6 @@ class UniconImageProcessor(BaseImageProcessor):
             "model_affine": geometry.model_affine(resampled_affine, plan).tolist(),
         }
         return {"pixel_values": pixel_values, "labels": labels, "geometry": record}
-
-    @staticmethod
-    def _check_label_grid(ct: geometry.Volume, label: geometry.Volume):
-        if label.array.shape != ct.array.shape:
-            raise UserInputError(
-                f"label {label.name} has shape {label.array.shape} but its CT {ct.name} has shape {ct.array.shape}; "
-                "a label must be drawn on the CT's voxel grid (resample it onto the CT with nearest neighbour)."
-            )
-        if not np.allclose(label.affine, ct.affine, atol=1e-3):
-            raise UserInputError(
-                f"label {label.name} and CT {ct.name} have the same shape but different affines "
-                f"(max difference {np.abs(label.affine - ct.affine).max():.4g}); the label must be on the CT's grid."
-            )
 
     @staticmethod
     def _crop_pad(array: np.ndarray, plan: dict, value: float) -> np.ndarray:

@@ -49,6 +49,19 @@ class Volume:
     name: str
     dtype: str
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+
+@dataclass
+class Grid:
+    """The voxel grid of a file, read from its header only (no voxel data)."""
+
+    shape: tuple[int, ...]
+    affine: np.ndarray
+    name: str
+
 
 def describe(source: Any) -> str:
     """Name of an input for messages: its file path when there is one."""
@@ -135,6 +148,19 @@ def _raw_zooms(source: Any, image: Any) -> np.ndarray | None:
     return np.asarray(raw["pixdim"][1:4], dtype=np.float64)
 
 
+def read_grid(source: Any, role: str = "image") -> Grid:
+    """Open a volume's header and validate its geometry (3D, positive spacing) without reading voxels."""
+    image = open_image(source, role)
+    name = describe(source)
+    shape = tuple(image.shape)
+    spatial = shape[:3] if len(shape) == 4 and shape[3] == 1 else shape
+    zooms = _raw_zooms(source, image)
+    if zooms is None and hasattr(image.header, "get_zooms"):
+        zooms = image.header.get_zooms()[: len(spatial)]
+    _validate_geometry(spatial, image.affine, zooms, name, role)
+    return Grid(shape=tuple(int(n) for n in spatial), affine=np.asarray(image.affine, dtype=np.float64), name=name)
+
+
 def read_volume(source: Any, role: str = "image", *, is_label: bool = False, check_nan: bool = True) -> Volume:
     """Read and validate one 3D volume.
 
@@ -214,10 +240,10 @@ def _mm(values) -> tuple:
     return tuple(round(float(v), 2) for v in values)
 
 
-def check_same_space(a: Volume, b: Volume, tolerance_mm: float, what: str = "CT and PET") -> None:
+def check_same_space(a: Volume | Grid, b: Volume | Grid, tolerance_mm: float, what: str = "CT and PET") -> None:
     """Raise unless the two volumes' world bounding boxes agree within `tolerance_mm` at both corners."""
-    lo_a, hi_a = world_box(a.array.shape, a.affine)
-    lo_b, hi_b = world_box(b.array.shape, b.affine)
+    lo_a, hi_a = world_box(a.shape, a.affine)
+    lo_b, hi_b = world_box(b.shape, b.affine)
     lower, upper = lo_b - lo_a, hi_b - hi_a
     if max(np.abs(lower).max(), np.abs(upper).max()) > tolerance_mm:
         raise UserInputError(
@@ -225,6 +251,20 @@ def check_same_space(a: Volume, b: Volume, tolerance_mm: float, what: str = "CT 
             f"by {_mm(lower)} mm at the lower corner and {_mm(upper)} mm at the upper "
             f"corner (world x, y, z; tolerance {tolerance_mm} mm). Register/resample them onto one field of view, "
             "or raise the tolerance if the difference is expected."
+        )
+
+
+def check_label_grid(ct: Volume | Grid, label: Volume | Grid) -> None:
+    """Raise unless the label lies on the CT's voxel grid (same shape, same affine)."""
+    if tuple(label.shape) != tuple(ct.shape):
+        raise UserInputError(
+            f"label {label.name} has shape {tuple(label.shape)} but its CT {ct.name} has shape {tuple(ct.shape)}; "
+            "a label must be drawn on the CT's voxel grid (resample it onto the CT with nearest neighbour)."
+        )
+    if not np.allclose(label.affine, ct.affine, atol=1e-3):
+        raise UserInputError(
+            f"label {label.name} and CT {ct.name} have the same shape but different affines "
+            f"(max difference {np.abs(label.affine - ct.affine).max():.4g}); the label must be on the CT's grid."
         )
 
 
