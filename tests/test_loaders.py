@@ -102,7 +102,7 @@ def test_hecktor_bad_cases_raise_or_skip(hecktor_root, tmp_path):
         ids[6]: "zero/negative voxel spacing",
     }
 
-    with pytest.raises(UserInputError, match=rf"case {ids[0]} .*truncated or corrupt.*on_error='skip'"):
+    with pytest.raises(UserInputError, match=rf"case {ids[0]}: .*truncated or corrupt.*on_error='skip'"):
         load_hecktor(root, progress=False)
 
     with pytest.warns(DatasetProblemWarning) as caught:
