@@ -5,8 +5,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from unicon_hf.errors import UserInputError
-from unicon_hf.heads.outputs import PrognosisOutput
-from unicon_hf.heads.prognosis import PrognosisHead, PrognosisHeadConfig
+from unicon_hf.head_outputs import PrognosisOutput
+from unicon_hf.prognosis_head import PrognosisHead, PrognosisHeadConfig
 from unicon_hf.training.metrics import concordance_index
 
 IMG, TXT = 32, 24

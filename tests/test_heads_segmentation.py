@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from unicon_hf.errors import UserInputError
-from unicon_hf.heads.outputs import SegmentationOutput
-from unicon_hf.heads.segmentation import (
+from unicon_hf.head_outputs import SegmentationOutput
+from unicon_hf.segmentation_head import (
     SegmentationDecoder,
     SegmentationHeadConfig,
-    per_class_dice,
     stage_upsampling_factors,
 )
+from unicon_hf.training.metrics import per_class_dice
 
 DIM = 16
 

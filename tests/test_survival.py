@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from unicon_hf.errors import UserInputError
-from unicon_hf.heads.survival import (
+from unicon_hf.survival import (
     breslow_cumulative_baseline_hazard,
     cox_neg_partial_log_likelihood,
     cox_survival,

@@ -11,7 +11,6 @@ import json
 from typing import Any, Sequence, TypedDict
 
 import nibabel as nib
-import nibabel.processing
 import numpy as np
 import torch
 from monai.transforms import BorderPad, SpatialCrop
@@ -210,10 +209,7 @@ class UniconImageProcessor(BaseImageProcessor):
         pad_values = [self.ct_pad_value]
         if pet_volume is not None:
             # PET goes straight from its own grid to the final one: one interpolation, not two.
-            pet_image = nib.Nifti1Image(pet_volume.array, pet_volume.affine)
-            resampled = nibabel.processing.resample_from_to(pet_image, (tuple(shape), resampled_affine),
-                                                            order=1, mode="nearest")
-            channels.append(np.asarray(resampled.dataobj, dtype=np.float32))
+            channels.append(geometry.resample_onto(pet_volume, shape, resampled_affine, self.axcodes))
             pad_values.append(self.pet_pad_value)
         canonical_size = None if size is None else [size[1], size[2], size[0]]
         plan = geometry.crop_pad_plan(shape, canonical_size)

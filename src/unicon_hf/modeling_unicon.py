@@ -13,6 +13,8 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from .configuration_unicon import UniconConfig, UniconVisionConfig
 from .errors import UserInputError
 from .modeling_outputs import UniconOutput, UniconVisionOutput
+from .modeling_tasks import UniconTaskMixin
+from .tasks import TaskSpec
 from .modeling_vision import (
     UniconAttention,
     UniconGainNorm,
@@ -58,6 +60,8 @@ class UniconPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         config = self.config.vision_config if isinstance(self.config, UniconConfig) else self.config
         std = config.initializer_range
+        if getattr(module, "_unicon_lora", False):
+            return  # LoRA A/B keep PEFT's initialisation (B = 0: a new adapter starts as the identity)
         if isinstance(module, nn.Linear):
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
@@ -102,7 +106,7 @@ class UniconVisionModel(UniconPreTrainedModel):
         return self.vision_model(pixel_values, output_hidden_states=output_hidden_states, quantize=quantize)
 
 
-class UniconModel(UniconPreTrainedModel):
+class UniconModel(UniconTaskMixin, UniconPreTrainedModel):
     """The UNICON foundation: CT-CLIP image encoder + BERT text encoder + CLIP projections.
 
     Called with `pixel_values` and/or `input_ids`, it is CT-CLIP (zero-shot scoring by image-text
@@ -121,7 +125,14 @@ class UniconModel(UniconPreTrainedModel):
         self.visual_projection = nn.Linear(config.vision_latent_input_dim, config.projection_dim, bias=False)
         self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
+        # Task parts, rebuilt from the config so a saved model reloads with every task it learned.
+        self.task_stems = nn.ModuleDict()
+        self.task_heads = nn.ModuleDict()
+        for spec in config.tasks.values():
+            self._build_task(TaskSpec.from_dict(spec))
         self.post_init()
+        if config.tasks:  # a model that has learned tasks is frozen until a task is chosen to train
+            self.freeze_all_but(None)
 
     # ----------------------------------------------------------------------------------------- features
     def check_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> None:
@@ -193,6 +204,11 @@ class UniconModel(UniconPreTrainedModel):
             )
         if pixel_values is None and input_ids is None:
             raise UserInputError("pass pixel_values, input_ids, or both")
+        if getattr(self.config, "merged_task", None):
+            raise UserInputError(
+                f"this model has task {self.config.merged_task!r} merged into its encoder, so it no longer computes "
+                f"the foundation's CLIP scores; run it with task={self.config.merged_task!r} or use the unmerged model"
+            )
 
         vision_output = image_embeds = text_output = text_embeds = None
         if pixel_values is not None:
@@ -217,9 +233,6 @@ class UniconModel(UniconPreTrainedModel):
             image_embeds=image_embeds, text_embeds=text_embeds,
             text_model_output=text_output, vision_model_output=vision_output,
         )
-
-    def forward_task(self, task: str, **kwargs):
-        raise UserInputError(f"unknown task {task!r}; this model has no tasks yet (add one with add_task)")
 
 
 def clip_loss(logits_per_image: torch.Tensor) -> torch.Tensor:

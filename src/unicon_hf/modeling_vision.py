@@ -290,7 +290,10 @@ class UniconVisionTransformer(nn.Module):
         patch_embeddings: nn.Module | None = None,
         output_hidden_states: bool = False,
         quantize: bool = True,
+        run_temporal: bool = True,
     ) -> UniconVisionOutput:
+        """`run_temporal=False` stops after the spatial stage (for heads that read only spatial layers):
+        `last_hidden_state` is then the spatial stage output and nothing is quantized."""
         embed = patch_embeddings if patch_embeddings is not None else self.embeddings
         tokens = embed(pixel_values)
         batch, t, h, w, dim = tokens.shape
@@ -301,6 +304,12 @@ class UniconVisionTransformer(nn.Module):
             tokens.reshape(batch * t, h * w, dim), grid_shape, bias, output_hidden_states
         )
         spatial = spatial.reshape(batch, t, h, w, dim)
+        spatial_hidden = tuple(x.reshape(batch, t, h, w, dim) for x in spatial_hidden)
+        if not run_temporal:
+            return UniconVisionOutput(
+                last_hidden_state=spatial, patch_embeddings=tokens if output_hidden_states else None,
+                spatial_last_hidden_state=spatial, spatial_hidden_states=spatial_hidden if output_hidden_states else None,
+            )
 
         temporal_input = spatial.permute(0, 2, 3, 1, 4).reshape(batch * h * w, t, dim)
         temporal, temporal_hidden = self.temporal_encoder(temporal_input, grid_shape, None, output_hidden_states)
@@ -318,7 +327,7 @@ class UniconVisionTransformer(nn.Module):
             quantized_tokens=quantized,
             patch_embeddings=tokens,
             spatial_last_hidden_state=spatial,
-            spatial_hidden_states=tuple(x.reshape(batch, t, h, w, dim) for x in spatial_hidden),
+            spatial_hidden_states=spatial_hidden,
             temporal_hidden_states=tuple(
                 x.reshape(batch, h, w, t, dim).permute(0, 3, 1, 2, 4) for x in temporal_hidden
             ),

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import nibabel as nib
+import nibabel.processing
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
@@ -360,6 +361,24 @@ def resample_axes(array: np.ndarray, out_shape: Sequence[int], scale: Sequence[f
         below += above
         out = below
     return out
+
+
+def resample_onto(volume: Volume, shape: Sequence[int], affine: np.ndarray, axcodes: str) -> np.ndarray:
+    """Linear resampling of `volume` onto another grid (e.g. PET onto the CT's target grid), in world space.
+
+    When the two grids are axis-aligned once `volume` is reoriented to `axcodes` (the usual PET/CT case)
+    this is the fast separable path of `resample_axes`; otherwise (oblique/rotated grids) nibabel's
+    general `resample_from_to`.
+    """
+    array, source_affine, _ = reorient(volume.array, volume.affine, axcodes)
+    mapping = np.linalg.solve(source_affine, np.asarray(affine))  # target voxel -> source voxel
+    linear = mapping[:3, :3]
+    diagonal = np.diag(linear)
+    if np.allclose(linear, np.diag(diagonal), atol=1e-6) and np.all(diagonal > 0):
+        return resample_axes(array, shape, diagonal.tolist(), mapping[:3, 3].tolist(), nearest=False)
+    image = nib.Nifti1Image(np.asarray(volume.array, dtype=np.float32), volume.affine)
+    resampled = nibabel.processing.resample_from_to(image, (tuple(shape), np.asarray(affine)), order=1, mode="nearest")
+    return np.asarray(resampled.dataobj, dtype=np.float32)
 
 
 # --------------------------------------------------------------------------------------------- crop / pad

@@ -491,3 +491,36 @@ def segmentation_metrics(pred: Any, target: Any, class_names: Sequence[str], spa
 def classification_metrics(scores: Any, labels: Any, label_names: Sequence[str] | None = None) -> dict[str, Any]:
     """All classification numbers (AUROC per label + macro, the main metric)."""
     return auroc(scores, labels, label_names)
+
+
+@torch.no_grad()
+def per_class_dice(logits: torch.Tensor, labels: torch.Tensor, label_names: Sequence[str] | None = None) -> dict[str, float]:
+    """Per-class Dice of the argmax prediction, background excluded, averaged over the batch.
+
+    Delegates to the project's evaluation metric (`unicon_hf.training.metrics.segmentation_metrics`,
+    MONAI `DiceMetric(include_background=False, ignore_empty=True)`) so training-time and report Dice
+    are one definition: a case whose reference lacks a class is skipped for that class, and a class
+    absent from every reference is NaN (not 0, which would read as a failure).
+
+    Args:
+        logits: (B, num_classes, D, H, W).
+        labels: (B, D, H, W) or (B, 1, D, H, W) integer class indices.
+        label_names: names of the foreground classes (num_classes - 1 of them), or of all classes with the
+            background first; defaults to "class_1", "class_2", ... .
+
+    Returns:
+        {foreground name: Dice in [0, 1] or NaN}. Put it in `SegmentationOutput.dice` for evaluation.
+    """
+    num_classes = logits.shape[1]
+    names = list(label_names) if label_names is not None else [f"class_{i}" for i in range(1, num_classes)]
+    if len(names) == num_classes:
+        names = names[1:]
+    if len(names) != num_classes - 1:
+        raise UserInputError(
+            f"label_names must name the {num_classes - 1} foreground classes (or all {num_classes} with background first); "
+            f"got {len(names)}: {names}."
+        )
+    target = labels[:, 0] if labels.ndim == 5 else labels
+    if tuple(target.shape) != (logits.shape[0], *logits.shape[2:]):
+        raise UserInputError(f"labels shape {tuple(labels.shape)} does not match logits {tuple(logits.shape)} (B, D, H, W).")
+    return segmentation_metrics(logits.argmax(dim=1), target.long(), names, hd95=False)["dice"]

@@ -570,11 +570,11 @@ class _PlanBuilder:
         p = self.problems
         try:
             if kind == "prognosis":
-                from ..heads.prognosis import PrognosisHeadConfig
+                from ..prognosis_head import PrognosisHeadConfig
 
                 return asdict(PrognosisHeadConfig.from_dict(head))
             if kind == "segmentation":
-                from ..heads.segmentation import SegmentationHeadConfig
+                from ..segmentation_head import SegmentationHeadConfig
 
                 config = SegmentationHeadConfig.from_dict({"num_classes": len(labels) + 1,
                                                            "pet_branch": "pet" in modalities, **head})

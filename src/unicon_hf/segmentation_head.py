@@ -25,8 +25,8 @@ from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrPrUpBlock,
 from monai.networks.blocks.dynunet_block import get_conv_layer
 from torch import nn
 
-from unicon_hf.errors import UserInputError
-from unicon_hf.heads.outputs import SegmentationOutput
+from .errors import UserInputError
+from .head_outputs import SegmentationOutput
 
 NORM_NAMES = ("instance", "batch")
 NUM_STAGES = 4  # UNETR: 3 intermediate token grids as skips + the bottleneck
@@ -253,39 +253,3 @@ class SegmentationDecoder(nn.Module):
             # float32: the softmax/log inside Dice and CE is unreliable in bf16 autocast.
             loss = self.loss_fct(logits.float(), target)
         return SegmentationOutput(loss=loss, logits=logits)
-
-
-@torch.no_grad()
-def per_class_dice(logits: torch.Tensor, labels: torch.Tensor, label_names: Sequence[str] | None = None) -> dict[str, float]:
-    """Per-class Dice of the argmax prediction, background excluded, averaged over the batch.
-
-    Delegates to the project's evaluation metric (`unicon_hf.training.metrics.segmentation_metrics`,
-    MONAI `DiceMetric(include_background=False, ignore_empty=True)`) so training-time and report Dice
-    are one definition: a case whose reference lacks a class is skipped for that class, and a class
-    absent from every reference is NaN (not 0, which would read as a failure).
-
-    Args:
-        logits: (B, num_classes, D, H, W).
-        labels: (B, D, H, W) or (B, 1, D, H, W) integer class indices.
-        label_names: names of the foreground classes (num_classes - 1 of them), or of all classes with the
-            background first; defaults to "class_1", "class_2", ... .
-
-    Returns:
-        {foreground name: Dice in [0, 1] or NaN}. Put it in `SegmentationOutput.dice` for evaluation.
-    """
-    # Imported here: training.metrics is evaluation code that heads need only in this helper.
-    from unicon_hf.training.metrics import segmentation_metrics
-
-    num_classes = logits.shape[1]
-    names = list(label_names) if label_names is not None else [f"class_{i}" for i in range(1, num_classes)]
-    if len(names) == num_classes:
-        names = names[1:]
-    if len(names) != num_classes - 1:
-        raise UserInputError(
-            f"label_names must name the {num_classes - 1} foreground classes (or all {num_classes} with background first); "
-            f"got {len(names)}: {names}."
-        )
-    target = labels[:, 0] if labels.ndim == 5 else labels
-    if tuple(target.shape) != (logits.shape[0], *logits.shape[2:]):
-        raise UserInputError(f"labels shape {tuple(labels.shape)} does not match logits {tuple(logits.shape)} (B, D, H, W).")
-    return segmentation_metrics(logits.argmax(dim=1), target.long(), names, hd95=False)["dice"]

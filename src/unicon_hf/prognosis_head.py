@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from torch import nn
 
-from unicon_hf.errors import UserInputError
-from unicon_hf.heads.outputs import PrognosisOutput
-from unicon_hf.heads.survival import (
+from .errors import UserInputError
+from .head_outputs import PrognosisOutput
+from .survival import (
     breslow_cumulative_baseline_hazard,
     cox_neg_partial_log_likelihood,
     cox_survival,

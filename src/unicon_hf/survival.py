@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from unicon_hf.errors import UserInputError
+from .errors import UserInputError
 
 __all__ = [
     "time_bins_from_quantiles",

@@ -51,7 +51,7 @@ class SegmentationOutput(ModelOutput):
             (class 0 is background).
         dice (`dict[str, float]`, *optional*): per-class Dice with the background excluded. Never filled by
             `forward`; evaluation code sets it with `output.dice = per_class_dice(output.logits, labels, names)`
-            (`unicon_hf.heads.segmentation.per_class_dice`).
+            (`unicon_hf.training.metrics.per_class_dice`).
     """
 
     loss: torch.FloatTensor | None = None
