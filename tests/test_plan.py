@@ -134,7 +134,7 @@ def test_unknown_keys_get_closest_name(tmp_path):
         (lambda s: s["task"].update(modalities=["ct", "mri"]), "task.modalities must be a list drawn from ct, pet"),
         (lambda s: s["task"].update(modalities=["pet", "ct"]), "CT first, then PET"),
         (lambda s: s["task"].update(labels=[]), "task.labels is required for segmentation"),
-        (lambda s: s["task"].update(labels=["background", "GTVp"]), "remove 'background'"),
+        (lambda s: s["task"].update(labels=["GTVp", "background"]), "'background' can only be the first label"),
         (lambda s: s["task"].update(lora={"r": 0}), "task.lora.r (rank) must be a positive integer, got 0"),
         (lambda s: s["task"].update(modalities=["ct", "pet"]), "task.stem.in_channels must equal the number of modalities (2"),
         (lambda s: s["task"].update(input_size=[96, 96, 90]), "must be divisible by stem.patch_size"),

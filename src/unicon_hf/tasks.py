@@ -63,7 +63,7 @@ class TaskSpec:
     name: str
     kind: str
     modalities: list[str] = field(default_factory=lambda: ["ct"])
-    labels: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # segmentation: by label value, 'background' first
     stem: dict[str, Any] | None = None
     lora: LoraSpec | None = None
     input_size: list[int] | None = None
@@ -96,6 +96,10 @@ class TaskSpec:
                 f"{where}: modalities {modalities} must be ['ct'] or ['ct', 'pet'] (CT first, the channel order)"
             )
         labels = [str(label) for label in spec.get("labels") or []]
+        if kind == "segmentation" and labels and labels[0].lower() != "background":
+            labels = ["background", *labels]  # label value 0; plans may list the foreground structures only
+        if len(set(labels)) != len(labels):
+            raise UserInputError(f"{where}: labels repeat a name: {labels}")
         if kind in ("segmentation", "zero_shot_classification") and not labels:
             raise UserInputError(
                 f"{where}: a {kind} task needs 'labels' (segmentation: class names, background first; "

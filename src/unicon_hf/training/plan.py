@@ -511,9 +511,10 @@ class _PlanBuilder:
             what = ("the foreground structures in label-value order, e.g. [GTVp, GTVn]" if kind == "segmentation"
                     else "the findings to classify")
             p.add(where, f"task.labels is required for {kind}: {what}")
+        if kind == "segmentation" and labels and labels[0].lower() == "background":
+            labels = labels[1:]  # label 0 is always background; the plan keeps the foreground structures
         if kind == "segmentation" and any(x.lower() == "background" for x in labels):
-            p.add(where, "task.labels lists foreground structures only (label 0 is always background); "
-                         "remove 'background'")
+            p.add(where, "task.labels: 'background' can only be the first label (label value 0)")
         stem = self._stem(t.get("stem"), where, modalities)
         lora = self._lora(t.get("lora"), where)
         input_size = _int_triplet(t.get("input_size"), where, "task.input_size", p)
