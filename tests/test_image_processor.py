@@ -282,7 +282,7 @@ def test_pet_fast_path_matches_nibabel_resampling():
     """PET onto an axis-aligned grid uses separable passes; they must equal nibabel's general resampling."""
     import nibabel.processing
 
-    from unicon_hf.data import geometry
+    from unicon_hf import volume_geometry as geometry
 
     rng = np.random.default_rng(0)
     pet = rng.random((12, 14, 10)).astype(np.float32)

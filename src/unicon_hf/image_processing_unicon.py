@@ -17,7 +17,22 @@ from monai.transforms import BorderPad, SpatialCrop
 from transformers.image_processing_base import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 
-from .data import geometry
+# Flat, single-level import: Hub remote code copies only such modules next to the weights.
+from .volume_geometry import (
+    MODEL_AXES,
+    check_label_grid,
+    check_same_space,
+    crop_pad_plan,
+    model_affine,
+    read_volume,
+    reorient,
+    resample_axes,
+    resample_onto,
+    spacing_of,
+    target_grid,
+    undo_crop_pad,
+    undo_reorient,
+)
 from .errors import UserInputError
 
 _KEEP = object()  # sentinel: "use the processor's own output_size"
@@ -195,33 +210,33 @@ class UniconImageProcessor(BaseImageProcessor):
     def preprocess_case(self, ct, pet=None, label=None, *, output_size: Any = _KEEP) -> dict:
         """Process one case; returns numpy `pixel_values` (C, D, H, W), `labels` (D, H, W) or None, `geometry`."""
         size = self.output_size if output_size is _KEEP else self._normalise_size(output_size)
-        ct_volume = geometry.read_volume(ct, "CT")
-        pet_volume = geometry.read_volume(pet, "PET") if pet is not None else None
-        label_volume = geometry.read_volume(label, "label", is_label=True) if label is not None else None
+        ct_volume = read_volume(ct, "CT")
+        pet_volume = read_volume(pet, "PET") if pet is not None else None
+        label_volume = read_volume(label, "label", is_label=True) if label is not None else None
         if pet_volume is not None:
-            geometry.check_same_space(ct_volume, pet_volume, self.pet_ct_tolerance_mm)
+            check_same_space(ct_volume, pet_volume, self.pet_ct_tolerance_mm)
         if label_volume is not None:
-            geometry.check_label_grid(ct_volume, label_volume)
+            check_label_grid(ct_volume, label_volume)
 
-        array, affine, orientation = geometry.reorient(ct_volume.array, ct_volume.affine, self.axcodes)
-        shape, resampled_affine, scale, shift = geometry.target_grid(array.shape, affine, self.target_spacing)
-        channels = [geometry.resample_axes(array, shape, scale, shift, nearest=False)]
+        array, affine, orientation = reorient(ct_volume.array, ct_volume.affine, self.axcodes)
+        shape, resampled_affine, scale, shift = target_grid(array.shape, affine, self.target_spacing)
+        channels = [resample_axes(array, shape, scale, shift, nearest=False)]
         pad_values = [self.ct_pad_value]
         if pet_volume is not None:
             # PET goes straight from its own grid to the final one: one interpolation, not two.
-            channels.append(geometry.resample_onto(pet_volume, shape, resampled_affine, self.axcodes))
+            channels.append(resample_onto(pet_volume, shape, resampled_affine, self.axcodes))
             pad_values.append(self.pet_pad_value)
         canonical_size = None if size is None else [size[1], size[2], size[0]]
-        plan = geometry.crop_pad_plan(shape, canonical_size)
+        plan = crop_pad_plan(shape, canonical_size)
         windows = [(self.ct_window, self.ct_scale), (self.pet_window, self.pet_scale)]
         channels = [self._window(self._crop_pad(c, plan, v), *w) for c, v, w in zip(channels, pad_values, windows)]
         labels = None
         if label_volume is not None:
-            label_array, _, _ = geometry.reorient(label_volume.array, label_volume.affine, self.axcodes)
-            label_array = geometry.resample_axes(label_array, shape, scale, shift, nearest=True)
-            labels = self._crop_pad(label_array, plan, 0).transpose(geometry.MODEL_AXES)
+            label_array, _, _ = reorient(label_volume.array, label_volume.affine, self.axcodes)
+            label_array = resample_axes(label_array, shape, scale, shift, nearest=True)
+            labels = self._crop_pad(label_array, plan, 0).transpose(MODEL_AXES)
             labels = np.ascontiguousarray(labels, dtype=np.int64)
-        pixel_values = np.stack([c.transpose(geometry.MODEL_AXES) for c in channels])
+        pixel_values = np.stack([c.transpose(MODEL_AXES) for c in channels])
         record = {
             "format": GEOMETRY_FORMAT,
             "files": {"ct": ct_volume.name, "pet": pet_volume.name if pet_volume else None,
@@ -234,16 +249,16 @@ class UniconImageProcessor(BaseImageProcessor):
             "orientation": orientation,
             "reoriented_shape": list(array.shape),
             "reoriented_affine": affine.tolist(),
-            "native_spacing": geometry.spacing_of(affine).tolist(),
-            "target_spacing": geometry.spacing_of(resampled_affine).tolist(),
+            "native_spacing": spacing_of(affine).tolist(),
+            "target_spacing": spacing_of(resampled_affine).tolist(),
             "resampled_shape": [int(s) for s in shape],
             "resampled_affine": resampled_affine.tolist(),
             "scale": [float(s) for s in scale],
             "shift": [float(s) for s in shift],
             "crop_pad": plan,
-            "model_axes": list(geometry.MODEL_AXES),
+            "model_axes": list(MODEL_AXES),
             "model_shape": list(pixel_values.shape[1:]),
-            "model_affine": geometry.model_affine(resampled_affine, plan).tolist(),
+            "model_affine": model_affine(resampled_affine, plan).tolist(),
         }
         return {"pixel_values": pixel_values, "labels": labels, "geometry": record}
 
@@ -296,14 +311,14 @@ class UniconImageProcessor(BaseImageProcessor):
                 f"prediction has spatial shape {tuple(values.shape[-3:])} but this case's model grid is {model_shape} "
                 f"(D, H, W) for {record['files']['ct']}; predict on the processor's output without cropping."
             )
-        canonical = np.moveaxis(values, (-3, -2, -1), tuple(values.ndim - 3 + a for a in geometry.MODEL_AXES))
-        full = geometry.undo_crop_pad(canonical, record["crop_pad"], record["resampled_shape"], fill)
+        canonical = np.moveaxis(values, (-3, -2, -1), tuple(values.ndim - 3 + a for a in MODEL_AXES))
+        full = undo_crop_pad(canonical, record["crop_pad"], record["resampled_shape"], fill)
         scale = [1.0 / s for s in record["scale"]]
         shift = [-t / s for t, s in zip(record["shift"], record["scale"])]
-        native = geometry.resample_axes(full, record["reoriented_shape"], scale, shift, nearest=nearest, fill=fill)
+        native = resample_axes(full, record["reoriented_shape"], scale, shift, nearest=nearest, fill=fill)
         lead = native.shape[:-3]
         native = native.reshape((-1, *native.shape[-3:]))
-        native = np.stack([geometry.undo_reorient(c, record["orientation"]) for c in native])
+        native = np.stack([undo_reorient(c, record["orientation"]) for c in native])
         native = native.reshape((*lead, *native.shape[-3:]))
         if tuple(native.shape[-3:]) != tuple(record["original_shape"]):  # would be a bug, never user input
             raise RuntimeError(f"inverse produced {native.shape[-3:]}, expected {record['original_shape']}")

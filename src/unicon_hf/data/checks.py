@@ -9,7 +9,7 @@ from typing import Any, Iterable
 from tqdm.auto import tqdm
 
 from ..errors import UserInputError
-from . import geometry
+from .. import volume_geometry as geometry
 
 CHECK_LEVELS = ("full", "header", "none")
 ON_ERROR = ("raise", "skip")

@@ -31,7 +31,7 @@ import nibabel.processing
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
-from ..errors import UserInputError
+from .errors import UserInputError
 
 # Spacings closer than this (relative) are treated as equal: the axis is then left untouched, so a
 # volume already at the target spacing is never interpolated.
