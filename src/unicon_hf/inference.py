@@ -357,40 +357,40 @@ def _fit(pixel_values: torch.Tensor, size: Sequence[int], values: Sequence[float
     return out
 
 
-def predict_segmentation(model, spec, processor, ct, pet, *, overlap, sw_batch_size, device, dtype,
+def predict_segmentation(model, spec, processor, ct, pet, *, names, overlap, sw_batch_size, device, dtype,
                          probabilities, progress) -> Prediction:
     """Sliding-window segmentation of one case; labels back on the CT's exact grid."""
     roi = list(spec.input_size or model.config.vision_config.patch_shape)
     predictor = _segmentation_predictor(model, spec.name, device, dtype)
-    names = list(spec.labels)
+    classes = list(spec.labels)
     if isinstance(ct, Image2D):
         pixel_values = _window_2d(ct, processor, roi[0])
         check_not_empty(pixel_values, spec, [ct.name])
         result = sliding_window_segmentation(
-            pixel_values, predictor, roi, len(names), overlap=overlap, sw_batch_size=sw_batch_size,
+            pixel_values, predictor, roi, len(classes), overlap=overlap, sw_batch_size=sw_batch_size,
             pad_value=_pad_values(processor, 1), return_probabilities=probabilities, device=device, progress=progress)
         middle = roi[0] // 2
         labels = result.labels[0, middle].numpy()
-        counts = np.bincount(labels.ravel().astype(np.int64), minlength=len(names))
+        counts = np.bincount(labels.ravel().astype(np.int64), minlength=len(classes))
         summary = {"task": spec.name, "kind": spec.kind, "input": {"ct": ct.name, "2d": True},
-                   "labels": names, "pixels": {n: int(counts[i]) for i, n in enumerate(names) if i > 0},
+                   "labels": classes, "pixels": {n: int(counts[i]) for i, n in enumerate(classes) if i > 0},
                    "shape": list(labels.shape), "windows": result.num_windows}
         probs = result.probabilities[0, :, middle].float().numpy() if probabilities else None
         return Prediction(spec.name, spec.kind, summary, label_array=labels, probability_array=probs)
     features = processor(ct, pet=pet, output_size=None)
     pixel_values, record = features["pixel_values"], features["geometry"][0]
-    check_not_empty(pixel_values, spec, [_describe(ct), _describe(pet)])
+    check_not_empty(pixel_values, spec, [names["ct"], names["pet"]])
     result = sliding_window_segmentation(
-        pixel_values, predictor, roi, len(names), overlap=overlap, sw_batch_size=sw_batch_size,
+        pixel_values, predictor, roi, len(classes), overlap=overlap, sw_batch_size=sw_batch_size,
         pad_value=_pad_values(processor, pixel_values.shape[1]), return_probabilities=probabilities,
         device=device, progress=progress)
     label_image = processor.invert_label(result.labels[0], record, dtype=np.uint8)
     probability_image = processor.invert_map(result.probabilities[0].float(), record) if probabilities else None
-    volumes = class_volumes_ml(np.asarray(label_image.dataobj), label_image.affine, names)
+    volumes = class_volumes_ml(np.asarray(label_image.dataobj), label_image.affine, classes)
     summary = {
         "task": spec.name, "kind": spec.kind,
-        "input": {"ct": _describe(ct), "pet": _describe(pet) if pet is not None else None},
-        "labels": names, "volumes_ml": volumes,
+        "input": {"ct": names["ct"], "pet": names["pet"]},
+        "labels": classes, "volumes_ml": volumes,
         "shape": list(label_image.shape), "affine": np.asarray(label_image.affine).tolist(),
         "model_grid": {"shape": record["model_shape"], "spacing_mm": record["target_spacing"]},
         "window": roi, "overlap": overlap, "windows": result.num_windows,
@@ -428,7 +428,7 @@ def risk_group(survival: Sequence[float], time_bins: Sequence[float]) -> dict[st
             "survival_at_rule_time": probability, "median_event_free_time": median}
 
 
-def predict_prognosis(model, spec, processor, tokenizer, ct, pet, ehr, text, *, device, dtype) -> Prediction:
+def predict_prognosis(model, spec, processor, tokenizer, ct, pet, ehr, text, *, names, device, dtype) -> Prediction:
     if isinstance(ct, Image2D):
         raise UserInputError(
             f"task {spec.name!r} (prognosis) is 3D-only: {ct.name} is a 2D image; give the CT volume (NIfTI or a "
@@ -436,7 +436,7 @@ def predict_prognosis(model, spec, processor, tokenizer, ct, pet, ehr, text, *, 
         )
     features = processor(ct, pet=pet)
     pixel_values = features["pixel_values"]
-    check_not_empty(pixel_values, spec, [_describe(ct), _describe(pet)])
+    check_not_empty(pixel_values, spec, [names["ct"], names["pet"]])
     inputs: dict[str, torch.Tensor] = {"pixel_values": pixel_values.to(device)}
     report = None
     if ehr is not None or text is not None:
@@ -449,8 +449,8 @@ def predict_prognosis(model, spec, processor, tokenizer, ct, pet, ehr, text, *, 
         output = model(task=spec.name, **inputs)
     time_bins = [float(t) for t in output.time_bins.float().cpu()]
     summary = {"task": spec.name, "kind": spec.kind,
-               "input": {"ct": _describe(ct), "pet": _describe(pet) if pet is not None else None,
-                         "ehr": _describe(ehr) if ehr is not None else None},
+               "input": {"ct": names["ct"], "pet": names["pet"],
+                         "ehr": _describe(ehr) if isinstance(ehr, (str, os.PathLike)) else None},
                "risk": float(output.risk.float()[0])}
     if output.survival is not None:
         survival = [float(s) for s in output.survival.float()[0].cpu()]
@@ -461,14 +461,14 @@ def predict_prognosis(model, spec, processor, tokenizer, ct, pet, ehr, text, *, 
     return Prediction(spec.name, spec.kind, summary)
 
 
-def predict_zero_shot(model, spec, processor, tokenizer, ct, labels, *, device, dtype) -> Prediction:
+def predict_zero_shot(model, spec, processor, tokenizer, ct, labels, *, names, device, dtype) -> Prediction:
     vision = model.config.vision_config
     size = [vision.num_frames, *vision.image_size]
     if isinstance(ct, Image2D):
         pixel_values = _fit(_window_2d(ct, processor, size[0]), size, _pad_values(processor, 1))
     else:
         pixel_values = processor(ct, output_size=processor.output_size or size)["pixel_values"]
-    check_not_empty(pixel_values, spec, [_describe(ct)])
+    check_not_empty(pixel_values, spec, [names["ct"]])
     pixel_values = pixel_values.to(device)
     with torch.inference_mode(), _autocast(device, dtype):
         if labels:
@@ -484,12 +484,12 @@ def predict_zero_shot(model, spec, processor, tokenizer, ct, labels, *, device, 
             logits = model(pixel_values=pixel_values, input_ids=tokens["input_ids"].to(device),
                            attention_mask=tokens["attention_mask"].to(device)).logits_per_image
             probabilities = logits.float().reshape(len(pixel_values), len(labels), 2).softmax(-1)[..., 0]
-            names = list(labels)
+            findings = list(labels)
         else:
             output = model(task=spec.name, pixel_values=pixel_values)
-            probabilities, names = output.probabilities.float(), list(output.label_names)
-    scores = {name: float(p) for name, p in zip(names, probabilities[0].cpu())}
-    summary = {"task": spec.name, "kind": spec.kind, "input": {"ct": _describe(ct)},
+            probabilities, findings = output.probabilities.float(), list(output.label_names)
+    scores = {name: float(p) for name, p in zip(findings, probabilities[0].cpu())}
+    summary = {"task": spec.name, "kind": spec.kind, "input": {"ct": names["ct"]},
                "probabilities": scores,
                "ranked": [{"label": n, "score": s} for n, s in sorted(scores.items(), key=lambda kv: -kv[1])]}
     return Prediction(spec.name, spec.kind, summary)
@@ -560,6 +560,7 @@ def predict(
     notes: list[str] = []
     if processor is None:
         processor, notes = load_processor(model, task)
+    names = {"ct": _describe(ct), "pet": _describe(pet) if pet is not None else None}
     ct = read_input(ct, "CT", processor.ct_window)
     pet = read_input(pet, "PET") if pet is not None else None
     if isinstance(pet, Image2D):
@@ -572,12 +573,14 @@ def predict(
     with torch.inference_mode():
         if spec.kind == "segmentation":
             prediction = predict_segmentation(model, spec, processor, ct, pet, overlap=float(overlap),
-                                              sw_batch_size=int(sw_batch_size), device=device, dtype=dtype,
+                                              sw_batch_size=int(sw_batch_size), names=names, device=device, dtype=dtype,
                                               probabilities=probabilities, progress=progress)
         elif spec.kind == "prognosis":
-            prediction = predict_prognosis(model, spec, processor, tokenizer, ct, pet, ehr, text, device=device, dtype=dtype)
+            prediction = predict_prognosis(model, spec, processor, tokenizer, ct, pet, ehr, text, names=names, device=device,
+                                           dtype=dtype)
         else:
-            prediction = predict_zero_shot(model, spec, processor, tokenizer, ct, labels, device=device, dtype=dtype)
+            prediction = predict_zero_shot(model, spec, processor, tokenizer, ct, labels, names=names, device=device,
+                                           dtype=dtype)
     prediction.notes = notes
     if notes:
         prediction.summary["notes"] = notes
