@@ -123,7 +123,10 @@ def load_model(model: Any, device: str | torch.device = "cpu"):
 
 def _package_available() -> bool:
     """Whether the `unicon_hf` package is importable (else the repo's own code is used, trust_remote_code)."""
-    return importlib.util.find_spec("unicon_hf") is not None
+    try:
+        return importlib.util.find_spec("unicon_hf") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _model_source(model) -> str | None:
@@ -169,7 +172,9 @@ def load_tokenizer(model, source: str | None = None):
 
     source = source or _model_source(model)
     try:
-        return AutoTokenizer.from_pretrained(source)
+        # Without the package this code runs as the repo's remote code, which the user has already trusted;
+        # AutoTokenizer reads the repo's config.json, whose model type only that code defines.
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=not _package_available())
     except (OSError, ValueError, TypeError):
         raise UserInputError(
             f"model {source!r} has no tokenizer files; it is needed to encode report text/EHR or custom zero-shot "
