@@ -88,6 +88,21 @@ def _pad(inputs: torch.Tensor, roi: Sequence[int], pad_value: float | Sequence[f
     return torch.cat(channels, dim=1), before
 
 
+def _emit(scores, weights, local: slice, out: slice, crop_h: slice, crop_w: slice, labels: torch.Tensor,
+          probabilities: torch.Tensor | None, chunk: int = 8) -> None:
+    """Write the final slices `local` of the slab buffer into `labels` / `probabilities` at `out`, a few slices at
+    a time (argmax returns int64: for a whole slab that alone would be 8 bytes per voxel)."""
+    for start in range(0, local.stop - local.start, chunk):
+        stop = min(start + chunk, local.stop - local.start)
+        src = slice(local.start + start, local.start + stop)
+        dst = slice(out.start + start, out.start + stop)
+        region = scores[:, src, crop_h, crop_w]
+        labels[dst] = region.argmax(dim=0).to(device=labels.device, dtype=labels.dtype)
+        if probabilities is not None:
+            normalised = region.float() / weights[src, crop_h, crop_w].float()
+            probabilities[:, dst] = normalised.to(device=probabilities.device, dtype=probabilities.dtype)
+
+
 def sliding_window_segmentation(
     inputs: torch.Tensor,
     predictor: Callable[[torch.Tensor], torch.Tensor],
@@ -180,16 +195,14 @@ def sliding_window_segmentation(
             if stop > start:
                 local = slice(start - d0, stop - d0)
                 out = slice(start - before[0], stop - before[0])
-                region = scores[:, local, crop_h, crop_w]
-                labels[b, out] = region.argmax(dim=0).to(device=output_device, dtype=label_dtype)
-                if probabilities is not None:
-                    normalised = region.float() / weights[local, crop_h, crop_w].float()
-                    probabilities[b, :, out] = normalised.to(device=output_device, dtype=probability_dtype)
-            # Slide the buffer so that it starts at the next group's depth.
-            if step < roi_d:
-                scores[:, : roi_d - step] = scores[:, step:].clone()
+                _emit(scores, weights, local, out, crop_h, crop_w, labels[b],
+                      None if probabilities is None else probabilities[b])
+            # Slide the buffer so that it starts at the next group's depth: slice by slice, because a copy
+            # between overlapping views is undefined and a cloned copy would double the buffer for a moment.
+            for i in range(max(roi_d - step, 0)):
+                scores[:, i] = scores[:, i + step]
                 if weights is not None:
-                    weights[: roi_d - step] = weights[step:].clone()
+                    weights[i] = weights[i + step]
             scores[:, max(roi_d - step, 0):] = 0
             if weights is not None:
                 weights[max(roi_d - step, 0):] = 0
