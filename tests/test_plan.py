@@ -80,7 +80,7 @@ def test_minimal_plan_defaults(tmp_path):
     plan = Plan.from_dict(_minimal(tmp_path))
     prog, seg = plan.stages
     assert prog.data.val_fraction == 0.2 and seg.data.fold == 1 and seg.data.val_fraction is None
-    assert prog.task["lora"]["target_modules"] == ["q_proj", "kv_proj", "out_proj"]
+    assert prog.task["lora"]["target_modules"] is None  # the task kind picks its default targets
     assert seg.task["input_size"] == [96, 96, 96]
     assert seg.train.early_stopping.mode == "max"  # inferred from the metric
     assert Plan.from_dict(plan.to_dict()).to_dict() == plan.to_dict()

@@ -155,6 +155,14 @@ class TrainTransform(_RowTransform):
             self.without_label.set_random_state(seed=seed + 1)
             self._seeded_for = key
 
+    def reseed(self, seed: int) -> None:
+        """Fix the augmentation stream, e.g. per sample from (run seed, sample position), so a resumed run
+        draws the same crops as an uninterrupted one."""
+        self.with_label.set_random_state(seed=seed % (2**32))
+        self.without_label.set_random_state(seed=(seed + 1) % (2**32))
+        info = torch.utils.data.get_worker_info()
+        self._seeded_for = (os.getpid(), None if info is None else info.seed)
+
     def _pad_to_crop(self, array: np.ndarray, values: Sequence[float]) -> np.ndarray:
         spatial = array.shape[-3:]
         missing = [max(c - s, 0) for c, s in zip(self.crop_size, spatial)]

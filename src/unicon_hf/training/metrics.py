@@ -434,6 +434,18 @@ class SegmentationMetrics:
         self._intersection += (p1[:, 1:] * y1[:, 1:]).sum(dims).sum(0).cpu().numpy()
         self._volume_sum += (p1[:, 1:].sum(dims) + y1[:, 1:].sum(dims)).sum(0).cpu().numpy()
 
+    def state(self) -> dict[str, Any]:
+        """Accumulated per-case values, to combine shards evaluated by several processes (`merge`)."""
+        return {"dice": list(self._dice), "hd95": list(self._hd95),
+                "intersection": self._intersection.copy(), "volume_sum": self._volume_sum.copy()}
+
+    def merge(self, state: dict[str, Any]) -> None:
+        """Add the cases accumulated elsewhere (another process's `state()`)."""
+        self._dice += list(state["dice"])
+        self._hd95 += list(state["hd95"])
+        self._intersection += state["intersection"]
+        self._volume_sum += state["volume_sum"]
+
     def compute(self) -> dict[str, Any]:
         """Return the metrics dict (see the class docstring)."""
         if not self._dice:

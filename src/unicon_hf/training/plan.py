@@ -125,7 +125,7 @@ def _unset_variables(expanded: str) -> list[str]:
 def _check_path(value: str, where: str, name: str, problems: _Problems, check_paths: bool, hint: str = "") -> str:
     expanded = _expand_path(value)
     unset = _unset_variables(expanded)
-    if unset:
+    if unset and check_paths:  # without path checks (a dry run) an unset variable is only a path not known yet
         problems.add(where, f"{name} {value!r} uses environment variable(s) {', '.join(unset)} that are not set")
     elif check_paths and not Path(expanded).exists():
         problems.add(where, f"{name} {expanded!r} does not exist; {hint or 'fix the path'}")
@@ -290,6 +290,7 @@ class Plan:
     seed: int
     model: ModelSpec
     stages: list[StagePlan]
+    processor: dict[str, Any] = field(default_factory=dict)  # UniconImageProcessor settings
     hub: HubSpec | None = None
     source: str = "<dict>"
 
@@ -382,7 +383,7 @@ class _PlanBuilder:
         if not isinstance(data, dict):
             raise UserInputError(f"plan {self.source}: expected a mapping with seed, model and stages, got "
                                  f"{type(data).__name__}")
-        top = _check_keys(data, ("seed", "model", "stages", "hub"), "plan", "", p)
+        top = _check_keys(data, ("seed", "model", "processor", "stages", "hub"), "plan", "", p)
         seed = top.get("seed", 0)
         if not _is_int(seed):
             p.add("plan", f"seed must be an integer, got {seed!r}")
@@ -402,6 +403,17 @@ class _PlanBuilder:
                 stage = self._stage(i, stage_data, seen)
                 if stage is not None:
                     stages.append(stage)
+        processor = top.get("processor") or {}
+        if not isinstance(processor, dict):
+            p.add("plan", f"processor must be a mapping of UniconImageProcessor settings, got {processor!r}")
+            processor = {}
+        else:
+            from ..image_processing_unicon import UniconImageProcessor
+
+            try:
+                UniconImageProcessor(**processor)
+            except (UserInputError, TypeError) as exc:
+                p.add("plan", f"processor: {exc}")
         hub = None
         if top.get("hub") is not None:
             h = _check_keys(top["hub"], _field_names(HubSpec), "hub", "hub", p)
@@ -410,7 +422,7 @@ class _PlanBuilder:
             else:
                 hub = HubSpec(repo_id=h["repo_id"], private=bool(h.get("private", True)))
         p.raise_if_any(self.source)
-        return Plan(seed=seed, model=model, stages=stages, hub=hub, source=self.source)
+        return Plan(seed=seed, model=model, stages=stages, processor=processor, hub=hub, source=self.source)
 
     # ---------------------------------------------------------------- model
     def _model(self, data: Any) -> ModelSpec:
@@ -560,9 +572,10 @@ class _PlanBuilder:
         dropout = s.get("dropout", 0.0)
         if not _is_number(dropout) or not 0 <= dropout < 1:
             p.add(where, f"task.lora.dropout must be in [0, 1), got {dropout!r}")
-        targets = s.get("target_modules", list(DEFAULT_LORA_TARGETS))
-        if not (isinstance(targets, str) or (isinstance(targets, list) and targets
-                                             and all(isinstance(x, str) for x in targets))):
+        # None lets the task spec choose the kind's default (segmentation: spatial stage only).
+        targets = s.get("target_modules")
+        if targets is not None and not (isinstance(targets, str) or (isinstance(targets, list) and targets
+                                                                     and all(isinstance(x, str) for x in targets))):
             p.add(where, f"task.lora.target_modules must be a list of module names or a regex, got {targets!r}")
         return {"r": r, "alpha": alpha, "dropout": dropout, "target_modules": targets}
 
