@@ -113,6 +113,16 @@ def test_bad_inputs_get_clear_messages(served, page):
     page.get_by_role("option", name="seg_ctpet").click()
     page.locator("#run").click()
     assert status_text(page, "needs CT and PET").count("Error") == 1
+    # a volume over the configured limit (the app shares the endpoint handler's limits)
+    handler = served["handler"]
+    limit, handler.max_voxels = handler.max_voxels, 1000
+    try:
+        open_app(page, served["url"])
+        upload(page, "ct", served["ct"])
+        page.locator("#run").click()
+        status_text(page, "over this endpoint's limit of 1,000 (UNICON_MAX_VOXELS)")
+    finally:
+        handler.max_voxels = limit
 
 
 def test_segmentation_shows_overlay_and_volumes(served, page):
