@@ -8,6 +8,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcesso
 from .configuration_unicon import UniconConfig, UniconVisionConfig
 from .errors import UserInputError
 from .image_processing_unicon import UniconImageProcessor
+from .inference import predict
 from .modeling_unicon import UniconModel, UniconPreTrainedModel, UniconVisionModel
 from .processing_unicon import UniconProcessor
 
@@ -29,4 +30,5 @@ __all__ = [
     "UniconVisionConfig",
     "UniconVisionModel",
     "UserInputError",
+    "predict",
 ]
