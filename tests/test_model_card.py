@@ -152,3 +152,18 @@ def test_committed_recipe_card_is_current():
     committed = ROOT / "hub_cards" / "unicon-ct-pet" / "README.md"
     expected = render_recipe_card(ROOT / "configs" / "hecktor_paper.yaml", "org/unicon-ct-pet")
     assert committed.read_text() == expected, "regenerate it: see hub_cards/README.md"
+
+
+def test_committed_demo_card_carries_its_report():
+    """hub_cards/unicon-demo/README.md was generated from the demo run whose report.json sits beside it."""
+    folder = ROOT / "hub_cards" / "unicon-demo"
+    report = json.loads((folder / "report.json").read_text())
+    card = ModelCard.load(folder / "README.md")
+    text = str(card)
+    for row in report["matrix"]:
+        for value in row:
+            if value is not None:
+                assert f"{value:.4f}" in text
+    final = {t["name"]: v for t, v in zip(report["tasks"], report["matrix"][-1]) if v is not None}
+    assert {r.task_name.split("(")[-1].rstrip(")"): r.metric_value for r in card.data.eval_results} == final
+    assert "synthetic phantoms only" in text and "Not for clinical use" in text
