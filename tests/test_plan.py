@@ -39,14 +39,15 @@ def _errors(data, **kwargs) -> str:
     return str(info.value)
 
 
-def test_demo_plan_validates_with_four_stages_and_round_trips(tmp_path):
+def test_demo_plan_validates_with_five_stages_and_round_trips(tmp_path):
     plan = load_plan(CONFIGS / "demo.yaml")
-    assert plan.task_names() == ["findings", "prognosis", "seg_ct", "seg_ctpet"]
+    assert plan.task_names() == ["findings", "prognosis", "prognosis_text", "seg_ct", "seg_ctpet"]
     assert plan.model.pretrain is not None and plan.model.pretrain.data.phantoms.n >= 2
-    ctpet = plan.stages[3].task
+    ctpet = plan.stages[4].task
     assert ctpet["stem"]["in_channels"] == 2 and ctpet["head"]["pet_branch"] is True
     assert ctpet["head"]["num_classes"] == 3  # background + GTVp + GTVn
     assert plan.stages[1].task["head"]["survival_head"] == "mtlr"
+    assert plan.stages[2].task["head"]["inputs"] == ["text"]  # the text-only comparison
     save_plan(plan, tmp_path / "again.yaml")
     again = load_plan(tmp_path / "again.yaml")
     assert again.to_dict() == plan.to_dict()

@@ -24,14 +24,21 @@ def save_model_repo(model: PreTrainedModel, output_dir: str | os.PathLike, **sav
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
         model.save_pretrained(staging, **save_kwargs)
-        if output_dir.exists():
-            backup = output_dir.with_name(f".{output_dir.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            output_dir.rename(backup)
-            staging.rename(output_dir)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            staging.rename(output_dir)
+        replace_folder(staging, output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return output_dir
+
+
+def replace_folder(complete: Path, target: Path) -> Path:
+    """Rename a fully written folder into `target`; an existing target is set aside first and removed only
+    once the new one is in place, so a crash never leaves a half-written folder at `target`."""
+    if target.exists():
+        backup = target.with_name(f".{target.name}.old")
+        shutil.rmtree(backup, ignore_errors=True)
+        target.rename(backup)
+        complete.rename(target)
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        complete.rename(target)
+    return target

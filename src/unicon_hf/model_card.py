@@ -22,6 +22,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .errors import UserInputError
+from .training.report import format_value
 
 TEMPLATE = Path(__file__).with_name("model_card_template.md")
 REPORT_FILE = "report.json"
@@ -105,15 +106,7 @@ def _dtype_bytes(dtype: str) -> int:
 
 # ------------------------------------------------------------------------------------------------ formatting
 def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "—"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
+    return format_value(value, digits)
 
 
 def _size(n: int | None) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserInputError
+from .hub import replace_folder
 
 WEIGHT_SUFFIXES = (".safetensors",)
 COPIED_SUFFIXES = (".safetensors", ".json", ".py", ".md", ".txt", ".png", ".model")
@@ -125,15 +126,7 @@ def _write_local(staging: Path, target: Path) -> Path:
     new = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     shutil.rmtree(new)
     shutil.copytree(staging, new)
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-        new.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        new.rename(target)
-    return target
+    return replace_folder(new, target)
 
 
 def _upload(staging: Path, repo_id: str, *, revision: str | None, private: bool, token: str | None,

@@ -75,7 +75,7 @@ def run_from_arguments(args: Any) -> dict[str, Any] | None:
 def summary(report: dict[str, Any], output_dir: str) -> str:
     """The forgetting matrix and headline numbers, as printed at the end of a run."""
     tasks = [t["name"] for t in report["tasks"]]
-    width = max(12, *(len(t) for t in tasks))
+    width = max(12, *(len(t) + 2 for t in tasks))
     lines = ["", "forgetting matrix R[stage][task] (main metric of each task):",
              " " * 24 + "".join(f"{t:>{width}}" for t in tasks)]
     for stage, row in zip(report["stages"], report["matrix"]):

@@ -34,7 +34,8 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def format_value(value: Any, digits: int = 3) -> str:
+    """A number for a Markdown table: '—' for missing/NaN, thousands separators for ints."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     if isinstance(value, bool):
@@ -61,17 +62,17 @@ def markdown_matrix(report: Mapping[str, Any]) -> str:
     tasks, stages = report["tasks"], report["stages"]
     header = "| after stage | " + " | ".join(f"{t['name']} ({t['metric']})" for t in tasks) + " |"
     rule = "|---|" + "---:|" * len(tasks)
-    rows = [f"| {i}: {s['name']} | " + " | ".join(_fmt(v, 4) for v in row) + " |"
+    rows = [f"| {i}: {s['name']} | " + " | ".join(format_value(v, 4) for v in row) + " |"
             for i, (s, row) in enumerate(zip(stages, report["matrix"]))]
     return "\n".join([header, rule, *rows])
 
 
 def markdown_summary(report: Mapping[str, Any]) -> str:
     """A short bullet list: average final performance, BWT, FWT."""
-    lines = [f"- Average performance after the last stage: **{_fmt(report.get('average'), 4)}**",
-             f"- Backward transfer (BWT, 0 = no forgetting): **{_fmt(report.get('bwt'), 4)}**"]
+    lines = [f"- Average performance after the last stage: **{format_value(report.get('average'), 4)}**",
+             f"- Backward transfer (BWT, 0 = no forgetting): **{format_value(report.get('bwt'), 4)}**"]
     if report.get("fwt") is not None:
-        lines.append(f"- Forward transfer vs. the given baselines (FWT): **{_fmt(report.get('fwt'), 4)}**")
+        lines.append(f"- Forward transfer vs. the given baselines (FWT): **{format_value(report.get('fwt'), 4)}**")
     return "\n".join(lines)
 
 
@@ -85,8 +86,8 @@ def markdown_stages(report: Mapping[str, Any]) -> str:
         params = params or {}
         seconds = report["seconds"][i] if i < len(report["seconds"]) else None
         lines.append(f"| {i}: {stage['name']} | {stage['task']} | {kinds.get(stage['task'], '—')} | "
-                     f"{_fmt(params.get('trainable'))} | {_fmt(params.get('total'))} | {_bytes(params.get('bytes'))} | "
-                     f"{_fmt(seconds, 1)} |")
+                     f"{format_value(params.get('trainable'))} | {format_value(params.get('total'))} | {_bytes(params.get('bytes'))} | "
+                     f"{format_value(seconds, 1)} |")
     return "\n".join(lines)
 
 
@@ -116,7 +117,7 @@ def markdown_details(report: Mapping[str, Any]) -> str:
         numbers = details[str(stages_with[0])][task["name"]]
         scalars = _scalars(numbers)
         block = [f"**{task['name']}** (after stage {stages_with[0]})", "", "| metric | value |", "|---|---:|"]
-        block += [f"| {k} | {_fmt(v, 4)} |" for k, v in scalars.items()]
+        block += [f"| {k} | {format_value(v, 4)} |" for k, v in scalars.items()]
         for note in numbers.get("notes", []) or []:
             block.append(f"\n> {note}")
         blocks.append("\n".join(block))
