@@ -134,7 +134,7 @@ def _evaluate_segmentation(accelerator, model, spec: TaskSpec, loader, eval_sett
             examples.append({"name": f"{spec.name}_{batch.get('id', ['case'])[0]}",
                              "image": pixel_values[0, -1].float().cpu().numpy(),
                              "label": batch["labels"][0].cpu().numpy(), "prediction": prediction[0].cpu().numpy(),
-                             "class_names": spec.labels})
+                             "class_names": spec.labels[1:]})  # foreground names, by label value
     states = accelerator.gather_for_metrics([metric.state()], use_gather_object=True)
     merged = SegmentationMetrics(spec.labels[1:], hd95=metric.with_hd95)
     for state in states:
