@@ -172,6 +172,8 @@ def train_stage(
         result.curve_loss.append(mean_loss)
         progress.update(1)
         progress.set_postfix(loss=f"{mean_loss:.4f}")
+        stage_name = spec.name if spec else "clip"
+        accelerator.log({f"{stage_name}/train_loss": mean_loss}, step=step)  # no-op unless trackers (log_with)
         if evaluate is not None and train.eval_every and (step % train.eval_every == 0 or step == steps):
             metrics = evaluate()
             named = stopping is not None and stopping.metric in metrics
@@ -181,6 +183,7 @@ def train_stage(
             result.eval_steps.append(step)
             result.eval_values.append(value)
             log(f"step {step}: validation {key} = {value:.4f}")
+            accelerator.log({f"{stage_name}/validation_{key}": value}, step=step)
             if _improved(value, result.best_value, mode):
                 result.best_value, result.best_step, bad_evals = value, step, 0
                 _save_best(accelerator, model, checkpoint_dir)
