@@ -158,3 +158,23 @@ def test_two_cpu_processes_give_the_same_matrix(tiny_run, tmp_path):
             assert (x is None) == (y is None)
             if x is not None:
                 assert abs(x - y) < 0.05, (a["matrix"], b["matrix"])
+
+
+def test_hub_section_pushes_each_completed_stage_as_a_branch(tmp_path):
+    from test_push import RecordingApi
+
+    from unicon_hf.training.continual import ContinualRun
+    from unicon_hf.training.entrypoint import make_accelerator
+    from unicon_hf.training.plan import Plan
+
+    data = yaml.safe_load(TINY_PLAN.read_text())
+    data["stages"] = data["stages"][:2]  # findings + prognosis: enough to see one push per stage
+    data["hub"] = {"repo_id": "my-org/unicon-tiny", "private": True}
+    api = RecordingApi()
+    ContinualRun(Plan.from_dict(data), tmp_path / "out", accelerator=make_accelerator(), hub_api=api).run()
+    branches = [kwargs["branch"] for name, _, kwargs in api.calls if name == "create_branch"]
+    assert branches == ["stage-01_findings", "stage-02_prognosis"]  # the bare foundation goes with the first task
+    uploads = [kwargs for name, repo, kwargs in api.calls if name == "upload_folder"]
+    assert all(repo == "my-org/unicon-tiny" for name, repo, _ in api.calls)
+    assert all("model.safetensors" in u["files"] and "README.md" in u["files"] for u in uploads)
+    assert [u["revision"] for u in uploads] == branches

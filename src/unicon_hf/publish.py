@@ -108,7 +108,8 @@ def assemble_repo(model_dir: str | os.PathLike, output_dir: str | os.PathLike, *
         for file in (output_dir / ".resaved").iterdir():
             os.replace(file, output_dir / file.name)
         (output_dir / ".resaved").rmdir()
-    save_pipelines(output_dir)
+    if json.loads((output_dir / "config.json").read_text()).get("tasks"):
+        save_pipelines(output_dir)  # a bare foundation (e.g. after CLIP pretraining) has no task pipeline
     shutil.copy2(Path(__file__).with_name(HANDLER_FILE), output_dir / HANDLER_FILE)
     (output_dir / "requirements.txt").write_text("\n".join(ENDPOINT_REQUIREMENTS) + "\n")
     if card or not (output_dir / "README.md").is_file():

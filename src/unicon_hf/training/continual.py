@@ -64,8 +64,9 @@ class ContinualRun:
     """State of one continual run; `run()` executes the plan."""
 
     def __init__(self, plan: Plan, output_dir: str | Path, accelerator=None,
-                 resume: bool = False, log=None):
+                 resume: bool = False, log=None, hub_api=None):
         self.plan = plan
+        self.hub_api = hub_api  # an HfApi-like object for the plan's `hub:` pushes (default: huggingface_hub's)
         self.output_dir = Path(output_dir)
         if accelerator is None:
             from .entrypoint import make_accelerator
@@ -180,10 +181,28 @@ class ContinualRun:
 
     def _finish_stage(self, key: str) -> None:
         self._save_model(self.output_dir / "stages" / key)
+        self._push_stage(key)
         self.progress["completed"].append(key)
         self._save_progress()
         if self.accelerator.is_main_process:
             shutil.rmtree(self.output_dir / "checkpoints" / key, ignore_errors=True)
+
+    def _push_stage(self, key: str) -> None:
+        """With `hub:` in the plan, publish the completed stage's model as branch `stage-<key>` of the repo
+        (card from the matrix so far). Done before the stage is marked complete, so a failed push is retried
+        by --resume."""
+        hub = self.plan.hub
+        # The bare pretrained foundation (no task yet) is published with the first task, not on its own.
+        if hub is None or not self.model.tasks or not self.accelerator.is_main_process:
+            self.accelerator.wait_for_everyone()
+            return
+        from ..publish import push
+
+        report = {**self.matrix.to_dict(), "plan": self.plan.to_dict()} if self.matrix.stages else None
+        url = push(self.output_dir / "stages" / key, hub.repo_id, revision=f"stage-{key}", private=hub.private,
+                   report=report, require_report=False, api=self.hub_api)
+        self.log(f"pushed stage {key} to {hub.repo_id} (branch stage-{key}): {url}")
+        self.accelerator.wait_for_everyone()
 
     def _prepare_task(self, index: int, stage: StagePlan) -> LearnedTask:
         spec = TaskSpec.from_dict(stage.task)
