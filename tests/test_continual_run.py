@@ -79,6 +79,8 @@ def test_final_model_loads_with_auto_model_and_runs_every_task(tiny_run):
     model = AutoModel.from_pretrained(out / "model").eval()
     assert model.tasks == ["findings", "prognosis", "seg_ctpet"]
     assert (out / "model" / "preprocessor_config.json").is_file()
+    card = (out / "model" / "README.md").read_text()
+    assert "seg_ctpet" in card and "not for clinical use" in card.lower()
     with torch.no_grad():
         logits = model(task="seg_ctpet", pixel_values=torch.randn(1, 2, 8, 16, 16)).logits
     assert logits.shape == (1, 3, 8, 16, 16)

@@ -292,6 +292,9 @@ class ContinualRun:
             shutil.copytree(final, staging)
             for name in ("report.json", "report.md"):
                 shutil.copy2(self.output_dir / "report" / name, staging / name)
+            from ..model_card import write_card
+
+            write_card(staging)  # README.md: the model card, numbers from report.json
             shutil.rmtree(target, ignore_errors=True)
             staging.rename(target)
         self.accelerator.wait_for_everyone()
