@@ -16,6 +16,7 @@ from unicon_hf.hub import save_model_repo
 
 from hubcache import add_to_hub_cache
 from tiny import tiny_config
+from fresh_process import WITHOUT_UNICON
 
 REPO_ID = "org/unicon-ct-pet"
 
@@ -67,17 +68,9 @@ def test_auto_model_from_offline_cache_with_package_imported(hub):
     assert torch.equal(segmentation, hub["segmentation"])
 
 
-FRESH_PROCESS = textwrap.dedent("""
-    import sys, importlib.abc
+FRESH_PROCESS = WITHOUT_UNICON + textwrap.dedent("""
+    import sys
 
-    class BlockUnicon(importlib.abc.MetaPathFinder):
-        # Behave as if unicon_hf were not installed: only the repo's own code may be used.
-        def find_spec(self, name, path=None, target=None):
-            if name == "unicon_hf" or name.startswith("unicon_hf."):
-                raise ModuleNotFoundError("No module named " + repr(name))
-            return None
-
-    sys.meta_path.insert(0, BlockUnicon())
     import torch
     from safetensors.torch import load_file, save_file
     from transformers import AutoModel

@@ -18,6 +18,7 @@ from unicon_hf.pipeline_unicon import PIPELINES, save_pipelines
 
 from hubcache import add_to_hub_cache
 from test_predict import save_repo
+from fresh_process import WITHOUT_UNICON
 
 REPO_ID = "org/unicon-ct-pet"
 
@@ -83,17 +84,9 @@ def test_segmentation_pipeline_needs_a_task_name_when_ambiguous(hub):
         local_pipeline("unicon-volume-segmentation", hub["folder"])
 
 
-FRESH_PROCESS = textwrap.dedent("""
-    import json, sys, importlib.abc
+FRESH_PROCESS = WITHOUT_UNICON + textwrap.dedent("""
+    import json, sys
 
-    class BlockUnicon(importlib.abc.MetaPathFinder):
-        # Behave as if unicon_hf were not installed: only the repo's own code may be used.
-        def find_spec(self, name, path=None, target=None):
-            if name == "unicon_hf" or name.startswith("unicon_hf."):
-                raise ModuleNotFoundError("No module named " + repr(name))
-            return None
-
-    sys.meta_path.insert(0, BlockUnicon())
     from transformers import pipeline
 
     ct, pet, png = sys.argv[1:4]

@@ -25,6 +25,7 @@ from unicon_hf.publish import local_target, push
 
 from hubcache import add_to_hub_cache
 from test_model_card import VALUES, make_model_repo
+from fresh_process import WITHOUT_UNICON
 
 REPO_ID = "org/unicon-demo"
 
@@ -56,17 +57,9 @@ def test_pushed_repo_is_complete_and_safetensors_only(pushed):
     assert 'pipeline("unicon-volume-segmentation", model="org/unicon-demo"' in card.text
 
 
-FRESH = textwrap.dedent("""
-    import base64, gzip, io, json, sys, importlib.abc
+FRESH = WITHOUT_UNICON + textwrap.dedent("""
+    import base64, gzip, io, json, sys
 
-    class BlockUnicon(importlib.abc.MetaPathFinder):
-        # As on a machine without unicon_hf: only the repo's own code may run.
-        def find_spec(self, name, path=None, target=None):
-            if name == "unicon_hf" or name.startswith("unicon_hf."):
-                raise ModuleNotFoundError("No module named " + repr(name))
-            return None
-
-    sys.meta_path.insert(0, BlockUnicon())
     import nibabel as nib
     from huggingface_hub import snapshot_download
     from transformers import AutoModel, pipeline
