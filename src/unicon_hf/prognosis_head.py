@@ -11,12 +11,13 @@ it `image_tokens` from the vision encoder and `text_hidden` from the text encode
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .errors import UserInputError
+from .head_config import HeadConfig
 from .head_outputs import PrognosisOutput
 from .survival import (
     breslow_cumulative_baseline_hazard,
@@ -35,7 +36,7 @@ INPUT_KINDS = ("image", "text")
 
 
 @dataclass
-class PrognosisHeadConfig:
+class PrognosisHeadConfig(HeadConfig):
     """Settings of a `PrognosisHead`, stored as the task spec's `head` dict.
 
     Args:
@@ -52,6 +53,8 @@ class PrognosisHeadConfig:
         deephit_alpha (`float`, defaults to 0.5): weight of DeepHit's ranking loss (loss = NLL + alpha * rank).
         deephit_sigma (`float`, defaults to 0.1): temperature of DeepHit's ranking loss.
     """
+
+    head_kind = "prognosis"  # a plain class attribute (no annotation): not a field
 
     inputs: list[str] = field(default_factory=lambda: ["image", "text"])
     adapter_hidden_size: int = 512
@@ -92,19 +95,6 @@ class PrognosisHeadConfig:
                 f"{self.deephit_sigma!r}."
             )
 
-    @classmethod
-    def from_dict(cls, head: dict | None) -> PrognosisHeadConfig:
-        """Build from a task spec's `head` dict (missing fields take their defaults; unknown ones are an error)."""
-        head = dict(head or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(head) - known)
-        if unknown:
-            raise UserInputError(f"Unknown prognosis head field(s) {unknown}; valid fields: {sorted(known)}.")
-        return cls(**head)
-
-    def to_dict(self) -> dict:
-        """JSON-serialisable dict, the inverse of `from_dict`."""
-        return asdict(self)
 
 
 class _AdapterMLP(nn.Sequential):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from monai.losses import DiceCELoss
@@ -26,6 +26,7 @@ from monai.networks.blocks.dynunet_block import get_conv_layer
 from torch import nn
 
 from .errors import UserInputError
+from .head_config import HeadConfig
 from .head_outputs import SegmentationOutput
 
 NORM_NAMES = ("instance", "batch")
@@ -33,7 +34,7 @@ NUM_STAGES = 4  # UNETR: 3 intermediate token grids as skips + the bottleneck
 
 
 @dataclass
-class SegmentationHeadConfig:
+class SegmentationHeadConfig(HeadConfig):
     """Settings of a `SegmentationDecoder`, stored as the task spec's `head` dict.
 
     Args:
@@ -48,6 +49,8 @@ class SegmentationHeadConfig:
             whose skip is summed with the CT skip; needs `pixel_values` with 2 channels.
         dropout (`float`, defaults to 0.0): channel dropout (`Dropout3d`) before the final 1x1x1 convolution.
     """
+
+    head_kind = "segmentation"  # a plain class attribute (no annotation): not a field
 
     num_classes: int = 3
     feature_size: int = 16
@@ -70,19 +73,6 @@ class SegmentationHeadConfig:
         self.num_classes, self.feature_size = int(self.num_classes), int(self.feature_size)
         self.res_block, self.pet_branch = bool(self.res_block), bool(self.pet_branch)
 
-    @classmethod
-    def from_dict(cls, head: dict | None) -> SegmentationHeadConfig:
-        """Build from a task spec's `head` dict (missing fields take their defaults; unknown ones are an error)."""
-        head = dict(head or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(head) - known)
-        if unknown:
-            raise UserInputError(f"Unknown segmentation head field(s) {unknown}; valid fields: {sorted(known)}.")
-        return cls(**head)
-
-    def to_dict(self) -> dict:
-        """JSON-serialisable dict, the inverse of `from_dict`."""
-        return asdict(self)
 
 
 def stage_upsampling_factors(patch_size: Sequence[int]) -> list[tuple[int, int, int]]:
